@@ -2,7 +2,6 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-
 // RetryPolicy bounds the retries of a call that failed transiently
 // (PROTOCOL.md: 408, 425, 429, 5xx, connection errors, timeouts).
 // Backoff starts at initialBackoff, doubles on each attempt up to maxBackoff,
