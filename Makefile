@@ -55,7 +55,7 @@ envtest: ## Build kube-apiserver and etcd from Go modules into bin/k8s (no-op wh
 ENVTEST_ASSETS = $(shell KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) LOCALBIN=$(LOCALBIN) hack/setup-envtest.sh 2>/dev/null)
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run unit and envtest tests.
+test: manifests generate fmt vet envtest kustomize ## Run unit and envtest tests (the kubectl specs use bin/kustomize).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -timeout 20m
 
 .PHONY: bench
@@ -89,6 +89,10 @@ install: manifests kustomize ## Install the CRDs into the cluster in your kubeco
 .PHONY: uninstall
 uninstall: manifests kustomize ## Remove the CRDs from the cluster in your kubeconfig.
 	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: validate-manifests
+validate-manifests: kustomize ## Server-side dry run of config/default, config/prometheus and config/samples against the cluster in your kubeconfig.
+	KUSTOMIZE=$(KUSTOMIZE) hack/validate-manifests.sh
 
 .PHONY: deploy
 deploy: manifests kustomize ## Deploy the operator to the cluster in your kubeconfig.
