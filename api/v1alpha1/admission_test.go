@@ -40,6 +40,8 @@ var _ = Describe("Admission of invalid manifests", func() {
 			saga(set("spec.order.items[0].quantity", 0)), "spec.order.items[0].quantity", "should be greater than or equal to 1"),
 		Entry("negative price", "negative-price",
 			saga(set("spec.order.items[0].unitPriceCents", -1)), "spec.order.items[0].unitPriceCents", "should be greater than or equal to 0"),
+		Entry("price over 10^10 cents", "price-too-high",
+			saga(set("spec.order.items[0].unitPriceCents", int64(10_000_000_001))), "spec.order.items[0].unitPriceCents", "should be less than or equal to 10000000000"),
 		Entry("no items", "no-items",
 			saga(items(0)), "spec.order.items", "should have at least 1 items"),
 		Entry("101 items", "too-many-items",

@@ -116,10 +116,12 @@ type OrderItem struct {
 	// +kubebuilder:validation:Maximum=1000000
 	Quantity int32 `json:"quantity"`
 
-	// unitPriceCents is the price of one unit in the currency's minor unit, at least 0.
+	// unitPriceCents is the price of one unit in the currency's minor unit,
+	// 0..10^10, so that the order's total (100 items of up to 10^6 units)
+	// fits in an int64.
 	// +required
 	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:Maximum=100000000000
+	// +kubebuilder:validation:Maximum=10000000000
 	UnitPriceCents int64 `json:"unitPriceCents"`
 }
 
