@@ -120,8 +120,13 @@ type Call struct {
 
 // Action is the decision.
 type Action struct {
-	Kind  ActionKind
-	Call  *Call
+	Kind ActionKind
+	// Call is set for ActionCall and ActionBlocked (the call that cannot be
+	// made yet, naming its Participant).
+	Call *Call
+	// Until is, for ActionWait, when to decide again (a RequeueAfter); for
+	// ActionBlocked, when the deadline will turn the saga around without the
+	// Participant (zero when there is none). Zero otherwise.
 	Until time.Time
 }
 
