@@ -360,19 +360,21 @@ type StepStatus struct {
 
 	// startTime is when the first forward call was made.
 	// +optional
-	StartTime *metav1.Time `json:"startTime,omitempty"`
+	StartTime *metav1.MicroTime `json:"startTime,omitempty"`
 
 	// completionTime is when the step reached its last phase so far.
 	// +optional
-	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	CompletionTime *metav1.MicroTime `json:"completionTime,omitempty"`
 
 	// compensationStartTime is when the first compensating call was made.
 	// +optional
-	CompensationStartTime *metav1.Time `json:"compensationStartTime,omitempty"`
+	CompensationStartTime *metav1.MicroTime `json:"compensationStartTime,omitempty"`
 
-	// nextAttemptTime is when the next call may be made, while waiting to retry.
+	// nextAttemptTime is when the next call may be made, while waiting to
+	// retry. Step times carry microseconds so sub-second backoffs survive a
+	// restart.
 	// +optional
-	NextAttemptTime *metav1.Time `json:"nextAttemptTime,omitempty"`
+	NextAttemptTime *metav1.MicroTime `json:"nextAttemptTime,omitempty"`
 
 	// outputs are what the forward call returned (at most 16 keys of up to
 	// 63 characters, values up to 256 bytes).

@@ -172,7 +172,7 @@ func (d *decider) forwardResult(i int, r *Result) {
 		if len(r.Outputs) > 0 {
 			ss.Outputs = maps.Clone(r.Outputs)
 		}
-		ss.CompletionTime = d.time()
+		ss.CompletionTime = d.micro()
 		ss.NextAttemptTime = nil
 		ss.LastError = nil
 		d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepSucceeded), true, false, sagav1.ReasonSucceeded,
@@ -188,7 +188,7 @@ func (d *decider) forwardResult(i int, r *Result) {
 	case OutcomeRejected:
 		ss.Phase = sagav1.StepFailed
 		ss.LastError = boundError(r.Error, string(OutcomeRejected))
-		ss.CompletionTime = d.time()
+		ss.CompletionTime = d.micro()
 		ss.NextAttemptTime = nil
 		d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepFailed), true, true, sagav1.ReasonStepRejected,
 			fmt.Sprintf("step %q rejected on attempt %d: %s", ss.Name, ss.Attempts, errorText(ss.LastError)))
@@ -233,7 +233,7 @@ func (d *decider) forwardInvalidOutputs(i int, why string) {
 	ss := &d.st.Steps[i]
 	ss.Phase = sagav1.StepUnknown
 	ss.LastError = boundError(&sagav1.StepError{Code: sagav1.ReasonInvalidOutputs, Message: why}, sagav1.ReasonInvalidOutputs)
-	ss.CompletionTime = d.time()
+	ss.CompletionTime = d.micro()
 	ss.NextAttemptTime = nil
 	d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonInvalidOutputs,
 		fmt.Sprintf("step %q returned invalid outputs on attempt %d: %s", ss.Name, ss.Attempts, ss.LastError.Message))
@@ -250,7 +250,7 @@ func (d *decider) forwardInvalidOutputs(i int, why string) {
 func (d *decider) forwardUnknown(i int, why string) {
 	ss := &d.st.Steps[i]
 	ss.Phase = sagav1.StepUnknown
-	ss.CompletionTime = d.time()
+	ss.CompletionTime = d.micro()
 	ss.NextAttemptTime = nil
 	d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonStepUnknown,
 		fmt.Sprintf("outcome of step %q is unknown: %s", ss.Name, why))
@@ -265,7 +265,7 @@ func (d *decider) compensateResult(i int, r *Result) {
 		// A 200 to a compensating call means Compensated; its outputs are
 		// not used, so outputs over the limits do not matter.
 		ss.Phase = sagav1.StepCompensated
-		ss.CompletionTime = d.time()
+		ss.CompletionTime = d.micro()
 		ss.NextAttemptTime = nil
 		ss.LastError = nil
 		d.record(ss.Name, sagav1.Compensate, ss.CompensationAttempts, string(sagav1.StepCompensated), true, false, sagav1.ReasonCompensated,
@@ -298,7 +298,7 @@ func (d *decider) compensateResult(i int, r *Result) {
 func (d *decider) compensationFailed(i int, msg string) {
 	ss := &d.st.Steps[i]
 	ss.Phase = sagav1.StepCompensationFailed
-	ss.CompletionTime = d.time()
+	ss.CompletionTime = d.micro()
 	ss.NextAttemptTime = nil
 	d.record(ss.Name, sagav1.Compensate, ss.CompensationAttempts, string(sagav1.StepCompensationFailed), true, true, sagav1.ReasonCompensationFailed, msg)
 	d.fail(i, sagav1.ReasonCompensationFailed, msg)
@@ -318,7 +318,7 @@ func (d *decider) scheduleRetry(i int, dir sagav1.Direction, pol Policy, retryAf
 		wait = retryAfter
 	}
 	*attempts = failed + 1
-	next := ceilSecond(d.now.Add(wait))
+	next := ceilMicro(d.now.Add(wait))
 	ss.NextAttemptTime = &next
 	d.record(ss.Name, dir, failed, HistoryRetrying, false, false, "",
 		fmt.Sprintf("%s; attempt %d at %s", errorText(ss.LastError), failed+1, next.UTC().Format(time.RFC3339)))
@@ -331,7 +331,7 @@ func (d *decider) poll(i int, dir sagav1.Direction, attempt int32, retryAfter ti
 	if retryAfter <= 0 {
 		retryAfter = DefaultAcceptedRetryAfter
 	}
-	next := ceilSecond(d.now.Add(retryAfter))
+	next := ceilMicro(d.now.Add(retryAfter))
 	ss.NextAttemptTime = &next
 	if h := d.st.History; len(h) > 0 {
 		last := h[len(h)-1]
@@ -344,7 +344,7 @@ func (d *decider) poll(i int, dir sagav1.Direction, attempt int32, retryAfter ti
 }
 
 // expired reports whether maxDuration has passed since start.
-func (d *decider) expired(start *metav1.Time, pol Policy) bool {
+func (d *decider) expired(start *metav1.MicroTime, pol Policy) bool {
 	if pol.MaxDuration <= 0 || start == nil {
 		return false
 	}
@@ -385,7 +385,7 @@ func (d *decider) observeRetry() {
 	case sagav1.StepCompensationFailed:
 		ss.Phase = sagav1.StepCompensating
 		ss.CompensationAttempts = 1
-		ss.CompensationStartTime = d.time()
+		ss.CompensationStartTime = d.micro()
 		ss.NextAttemptTime = nil
 		d.st.Phase = sagav1.SagaCompensating
 		d.st.CompletionTime = nil
@@ -407,7 +407,7 @@ func (d *decider) observeRetry() {
 		}
 		ss.Phase = sagav1.StepRunning
 		ss.Attempts = 1
-		ss.StartTime = d.time()
+		ss.StartTime = d.micro()
 		ss.CompletionTime = nil
 		ss.NextAttemptTime = nil
 		d.st.Phase = sagav1.SagaRunning
@@ -612,7 +612,7 @@ func (d *decider) startForward(i int) {
 	ss := &d.st.Steps[i]
 	ss.Phase = sagav1.StepRunning
 	ss.Attempts = 1
-	ss.StartTime = d.time()
+	ss.StartTime = d.micro()
 	ss.CompletionTime = nil
 	ss.NextAttemptTime = nil
 	ss.LastError = nil
@@ -622,7 +622,7 @@ func (d *decider) startCompensate(i int) {
 	ss := &d.st.Steps[i]
 	ss.Phase = sagav1.StepCompensating
 	ss.CompensationAttempts = 1
-	ss.CompensationStartTime = d.time()
+	ss.CompensationStartTime = d.micro()
 	ss.NextAttemptTime = nil
 }
 
@@ -640,7 +640,7 @@ func (d *decider) startCompensation(reason, cause string) {
 			ss.Phase = sagav1.StepSkipped
 		case sagav1.StepRunning:
 			ss.Phase = sagav1.StepUnknown
-			ss.CompletionTime = d.time()
+			ss.CompletionTime = d.micro()
 			ss.NextAttemptTime = nil
 			d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonStepUnknown,
 				fmt.Sprintf("step %q was in flight (attempt %d) when %s: its outcome is unknown", ss.Name, ss.Attempts, cause))
@@ -857,6 +857,12 @@ func (d *decider) jitter() float64 {
 	return clampJitter(d.in.Jitter())
 }
 
+// micro is now with the microsecond precision step times are stored with.
+func (d *decider) micro() *metav1.MicroTime {
+	t := metav1.NewMicroTime(d.now)
+	return &t
+}
+
 func (d *decider) time() *metav1.Time {
 	t := metav1.NewTime(d.now)
 	return &t
@@ -878,15 +884,13 @@ func (d *decider) record(step string, dir sagav1.Direction, attempt int32, outco
 	}
 }
 
-// ceilSecond rounds t up to a whole second. Status times are stored with
-// second precision (metav1.Time is RFC 3339 on the wire); storing an exact
-// sub-second nextAttemptTime would read back earlier than computed and the
-// retry would go out before its backoff.
-func ceilSecond(t time.Time) metav1.Time {
-	if r := t.Truncate(time.Second); !r.Equal(t) {
-		t = r.Add(time.Second)
+// ceilMicro rounds t up to a whole microsecond, the precision step times are
+// stored with, so a wait read back from the API server never ends early.
+func ceilMicro(t time.Time) metav1.MicroTime {
+	if r := t.Truncate(time.Microsecond); !r.Equal(t) {
+		t = r.Add(time.Microsecond)
 	}
-	return metav1.NewTime(t)
+	return metav1.NewMicroTime(t)
 }
 
 func errorText(e *sagav1.StepError) string {

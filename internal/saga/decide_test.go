@@ -92,7 +92,7 @@ func TestTwoTransientsThenSuccess(t *testing.T) {
 	h.decide(nil)
 	h.expectCall("charge", sagav1.Forward, 1)
 
-	// Attempt 1 fails at t0+0.3s: backoff 200ms, stored rounded up to the second.
+	// Attempt 1 fails at t0+0.3s: backoff 200ms, stored with microseconds.
 	h.advance(300 * time.Millisecond)
 	d := h.answer(OutcomeTransient, func(r *Result) { r.Error.Message = "upstream down" })
 	h.expectKind(ActionWait)
@@ -100,7 +100,7 @@ func TestTwoTransientsThenSuccess(t *testing.T) {
 	if s.Attempts != 2 || s.LastError == nil || s.LastError.Code != "HTTP503" || s.LastError.HTTPStatus != 503 {
 		t.Fatalf("step after transient: %+v", s)
 	}
-	if want := t0.Add(time.Second); !s.NextAttemptTime.Time.Equal(want) || !d.Action.Until.Equal(want) {
+	if want := t0.Add(500 * time.Millisecond); !s.NextAttemptTime.Time.Equal(want) || !d.Action.Until.Equal(want) {
 		t.Fatalf("nextAttemptTime %v until %v, want %v", s.NextAttemptTime, d.Action.Until, want)
 	}
 	if s.NextAttemptTime.Time.Before(h.now.Add(200 * time.Millisecond)) {
@@ -118,7 +118,7 @@ func TestTwoTransientsThenSuccess(t *testing.T) {
 	}
 
 	// Too early: still waiting, nothing changes.
-	h.advance(200 * time.Millisecond)
+	h.advance(100 * time.Millisecond)
 	before := h.st.DeepCopy()
 	h.decide(nil)
 	h.expectKind(ActionWait)
@@ -128,10 +128,10 @@ func TestTwoTransientsThenSuccess(t *testing.T) {
 
 	h.waitOut()
 	h.expectCall("charge", sagav1.Forward, 2)
-	// Attempt 2 fails at t0+1.7s: backoff 400ms -> 2.1s -> stored 3s.
+	// Attempt 2 fails at t0+1.2s: backoff 400ms -> 1.6s.
 	h.advance(700 * time.Millisecond)
 	h.answer(OutcomeTransient)
-	if s := h.step("charge"); s.Attempts != 3 || !s.NextAttemptTime.Time.Equal(t0.Add(3*time.Second)) {
+	if s := h.step("charge"); s.Attempts != 3 || !s.NextAttemptTime.Time.Equal(t0.Add(1600*time.Millisecond)) {
 		t.Fatalf("second retry: %+v", s)
 	}
 	h.waitOut()
@@ -595,8 +595,8 @@ func TestBackoff(t *testing.T) {
 	h.pol = allPolicies(h.spec, StepPolicies{Forward: Policy{MaxAttempts: 5, InitialBackoff: 4 * time.Second, MaxBackoff: time.Minute}})
 	h.decide(nil)
 	h.answer(OutcomeTransient)
-	// 4s * (0.5 + 0.999) = 5.996s -> rounded up to 6s
-	if s := h.step("a"); !s.NextAttemptTime.Time.Equal(t0.Add(6 * time.Second)) {
+	// 4s * (0.5 + 0.999) = 5.996s
+	if s := h.step("a"); !s.NextAttemptTime.Time.Equal(t0.Add(5996 * time.Millisecond)) {
 		t.Fatalf("nextAttemptTime %v", s.NextAttemptTime)
 	}
 }
