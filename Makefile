@@ -58,6 +58,10 @@ ENVTEST_ASSETS = $(shell KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$
 test: manifests generate fmt vet envtest kustomize ## Run unit and envtest tests (the kubectl specs use bin/kustomize).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -timeout 20m
 
+.PHONY: demo
+demo: ## Run the operator and the reference shop on a local control plane, apply the samples (DEMO_EXIT=1: exit after printing).
+	@KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) LOCALBIN=$(LOCALBIN) hack/demo.sh
+
 .PHONY: bench
 bench: ## Run the benchmarks and print their figures.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -run '^$$' -bench . -benchtime 1x -timeout 20m
