@@ -58,6 +58,10 @@ ENVTEST_ASSETS = $(shell KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$
 test: manifests generate fmt vet envtest kustomize ## Run unit and envtest tests (the kubectl specs use bin/kustomize).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -timeout 20m
 
+.PHONY: test-e2e
+test-e2e: envtest ## Run the end-to-end tests alone: control plane, manager, shop services and kubectl as real processes.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/e2e/ -v -ginkgo.v -timeout 20m
+
 .PHONY: demo
 demo: ## Run the operator and the reference shop on a local control plane, apply the samples (DEMO_EXIT=1: exit after printing).
 	@KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) LOCALBIN=$(LOCALBIN) hack/demo.sh
