@@ -56,7 +56,7 @@ mkdir -p bin
 for target in manager=./cmd/manager participants=./cmd/participants controlplane=./hack/controlplane shopctl=./hack/shopctl; do
   name=${target%%=*}
   echo "building bin/$name ($(elapsed))"
-  go build -o "bin/$name" "${target#*=}"
+  go build -o "bin/$name" "${target#*=}" || die "building bin/$name failed (see the compiler's output above)"
 done
 echo "built in $(elapsed)"
 
