@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"os"
@@ -41,6 +42,8 @@ func main() {
 		qps                           float64
 		burst, workers, callsPerRecon int
 		probeInterval                 time.Duration
+		otlpEndpoint                  string
+		otlpInsecure                  bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP; 0 disables it.")
@@ -59,6 +62,9 @@ func main() {
 	flag.IntVar(&workers, "max-concurrent-reconciles", 64, "OrderSagas reconciled in parallel (and participant connections kept per host).")
 	flag.IntVar(&callsPerRecon, "max-calls-per-reconcile", 16, "Participant calls made in one reconcile, each persisted before the next.")
 	flag.DurationVar(&probeInterval, "participant-probe-interval", 30*time.Second, "Time between health probes of each Participant.")
+	flag.StringVar(&otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) to export traces to; "+
+		"empty with OTEL_EXPORTER_OTLP_ENDPOINT unset turns tracing off. On, participants receive a W3C traceparent.")
+	flag.BoolVar(&otlpInsecure, "otlp-insecure", false, "Export traces without TLS.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -87,7 +93,19 @@ func main() {
 		os.Exit(1)
 	}
 
-	client := participants.NewClient(participants.ClientOptions{MaxConnsPerHost: workers, UserAgent: "saga-operator"})
+	ctx := ctrl.SetupSignalHandler()
+	shutdownTracing, err := setupTracing(ctx, otlpEndpoint, otlpInsecure)
+	if err != nil {
+		setupLog.Error(err, "unable to set up tracing")
+		os.Exit(1)
+	}
+	defer func() { _ = shutdownTracing(context.Background()) }()
+
+	client := participants.NewClient(participants.ClientOptions{
+		MaxConnsPerHost: workers,
+		UserAgent:       "saga-operator",
+		Propagator:      controller.InjectTraceContext,
+	})
 	if err := (&controller.OrderSagaReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -121,8 +139,9 @@ func main() {
 	}
 
 	setupLog.Info("starting manager", "maxConcurrentReconciles", workers, "qps", qps, "burst", burst)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "problem running manager")
+		_ = shutdownTracing(context.Background())
 		os.Exit(1)
 	}
 }

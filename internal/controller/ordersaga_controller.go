@@ -242,6 +242,7 @@ func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c
 	if c.Direction == sagav1.Compensate {
 		ep.Timeout = p.Compensate.Timeout
 	}
+	ctx, span := startCallSpan(ctx, obj, c)
 	start := time.Now()
 	res := r.Participants.Call(ctx, ep, participants.CallRequest{
 		SagaNamespace: obj.Namespace,
@@ -254,6 +255,7 @@ func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c
 		Order:         obj.Spec.Order,
 		Outputs:       c.Outputs,
 	})
+	endCallSpan(span, res)
 	labels := []string{c.Participant, c.Action, string(c.Direction), string(res.Outcome)}
 	r.Metrics.StepCalls.WithLabelValues(labels...).Inc()
 	r.Metrics.StepDuration.WithLabelValues(labels...).Observe(time.Since(start).Seconds())

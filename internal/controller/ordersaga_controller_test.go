@@ -191,6 +191,7 @@ var _ = Describe("OrderSaga reconciler", func() {
 				Expect(r.IdempotencyKey).To(Equal(string(o.UID) + ":reserve-inventory:forward"))
 				Expect(r.SagaID).To(Equal(o.Namespace + "/happy"))
 				Expect(r.Body.Order.TotalCents).To(Equal(int64(3998)))
+				Expect(r.Traceparent).To(BeEmpty(), "tracing is off")
 			}
 		}
 

@@ -110,7 +110,8 @@ func startManager(shard string, tune func(*OrderSagaReconciler)) *testManager {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
-	pc := participants.NewClient(participants.ClientOptions{MaxConnsPerHost: 64, UserAgent: "saga-operator-test"})
+	pc := participants.NewClient(participants.ClientOptions{
+		MaxConnsPerHost: 64, UserAgent: "saga-operator-test", Propagator: InjectTraceContext})
 	tm := &testManager{shard: shard, writes: newWriteCounter(mgr.GetClient()), done: make(chan struct{})}
 	tm.saga = &OrderSagaReconciler{
 		Client:       tm.writes,
