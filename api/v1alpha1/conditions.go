@@ -76,6 +76,10 @@ const (
 	ReasonQueryNotSupported = "QueryNotSupported"
 	// ReasonRepairFailed: the participant still disagrees after a redrive.
 	ReasonRepairFailed = "RepairFailed"
+	// ReasonRepaired is the reason of the Normal Event emitted when a
+	// redrive (spec.consistency.repair: Redrive) made the participants agree
+	// again; the condition itself then reads Consistent.
+	ReasonRepaired = "Repaired"
 )
 
 // Condition reasons for participants.

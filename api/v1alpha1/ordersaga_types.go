@@ -331,6 +331,18 @@ type OrderSagaStatus struct {
 	// +optional
 	LastConsistencyCheck *metav1.Time `json:"lastConsistencyCheck,omitempty"`
 
+	// consistencyViolations names, in spec order, the steps whose
+	// participant disagreed with the saga's outcome at the last check (the
+	// Consistent condition's message says how). A step stays listed while
+	// its participant cannot be asked. A Warning Event is emitted when a
+	// step enters the list, so a violation that persists over later checks
+	// is reported once; a Normal Event when the list empties.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=63
+	ConsistencyViolations []string `json:"consistencyViolations,omitempty"`
+
 	// conditions: Ready, Reconciling, Stalled (kstatus) and Consistent.
 	// +optional
 	// +listType=map

@@ -227,6 +227,11 @@ func (in *OrderSagaStatus) DeepCopyInto(out *OrderSagaStatus) {
 		in, out := &in.LastConsistencyCheck, &out.LastConsistencyCheck
 		*out = (*in).DeepCopy()
 	}
+	if in.ConsistencyViolations != nil {
+		in, out := &in.ConsistencyViolations, &out.ConsistencyViolations
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))
