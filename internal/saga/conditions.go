@@ -21,8 +21,9 @@ import (
 //     Compensated, or the Stalled reason when Failed).
 //   - Stalled=True when the saga Failed (CompensationFailed when it failed
 //     while rolling back, ForwardRecoveryFailed when it failed going forward
-//     after a pivot) or when the action is Blocked (ParticipantNotFound);
-//     removed otherwise.
+//     after a pivot), when the action is Blocked (ParticipantNotFound), or
+//     when it was rolled back because a participant returned invalid outputs
+//     (InvalidOutputs); removed otherwise.
 //
 // now is the lastTransitionTime of a condition whose status changes;
 // meta.SetStatusCondition keeps it otherwise, so setting the same
@@ -53,7 +54,14 @@ func setConditions(st *sagav1.OrderSagaStatus, generation int64, now time.Time, 
 	case sagav1.SagaCompensated:
 		set(sagav1.ReadyCondition, metav1.ConditionFalse, sagav1.ReasonCompensated, fmt.Sprintf("the saga was rolled back (%s)", st.CompensationReason))
 		remove(sagav1.ReconcilingCondition)
-		remove(sagav1.StalledCondition)
+		if st.CompensationReason == sagav1.ReasonInvalidOutputs {
+			// Rolled back cleanly, but a participant breaks the protocol's
+			// limits on outputs: a person must fix it before sagas can pass.
+			set(sagav1.StalledCondition, metav1.ConditionTrue, sagav1.ReasonInvalidOutputs,
+				"a participant returned outputs over the protocol's limits and the saga was rolled back; see status.history")
+		} else {
+			remove(sagav1.StalledCondition)
+		}
 	case sagav1.SagaFailed:
 		reason, msg := failedCondition(st)
 		set(sagav1.ReadyCondition, metav1.ConditionFalse, reason, msg)

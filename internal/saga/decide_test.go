@@ -1141,6 +1141,8 @@ func TestInvalidOutputs(t *testing.T) {
 			// A 200 to a compensation is Compensated whatever its outputs.
 			h.answer(OutcomeInvalidOutputs)
 			h.expectPhase(sagav1.SagaCompensated)
+			// Rolled back, but the participant needs a person.
+			h.expectCondition(sagav1.StalledCondition, metav1.ConditionTrue, sagav1.ReasonInvalidOutputs)
 		})
 	}
 }
