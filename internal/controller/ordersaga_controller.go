@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -28,6 +30,10 @@ import (
 	"github.com/sagaops/saga-operator/internal/participants"
 	"github.com/sagaops/saga-operator/internal/saga"
 )
+
+// blockedRecheck is how often a saga blocked on a missing token Secret
+// looks again (Secrets are not watched).
+const blockedRecheck = 10 * time.Second
 
 // participantIndex indexes OrderSagas by the Participants their steps name.
 const participantIndex = "spec.steps.participant"
@@ -88,7 +94,10 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		}
 	}
 
-	var result *saga.Result
+	var (
+		result      *saga.Result
+		unavailable map[string]saga.Blocker
+	)
 	maxCalls := r.MaxCallsPerReconcile
 	if maxCalls <= 0 {
 		maxCalls = 16
@@ -105,6 +114,7 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			Now:            r.now(),
 			Policies:       policies,
 			Deleting:       deleting && obj.Spec.DeletionPolicy != sagav1.DeletionPolicyOrphan,
+			Unavailable:    unavailable,
 			RetryRequested: obj.Annotations[sagav1.RetryAnnotation],
 			Result:         result,
 			Jitter:         r.jitter,
@@ -137,24 +147,33 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				}
 				r.written.Store(key, obj.ResourceVersion)
 			}
-			res, err := r.call(ctx, obj, d.Action.Call, policies[d.Action.Call.Step])
-			if err != nil {
+			res, blocker, err := r.call(ctx, obj, d.Action.Call, policies[d.Action.Call.Step])
+			switch {
+			case err != nil:
 				return ctrl.Result{}, err
+			case blocker != nil:
+				// Nothing was sent: decide again with the participant blocked.
+				if unavailable == nil {
+					unavailable = map[string]saga.Blocker{}
+				}
+				unavailable[d.Action.Call.Participant] = *blocker
 			}
+			// A nil result (the Participant vanished, or is blocked) decides again.
 			result = res
-			if result == nil {
-				// The participant vanished between decide and call; decide again.
-				continue
-			}
 		case saga.ActionWait:
 			return ctrl.Result{RequeueAfter: max(d.Action.Until.Sub(r.now()), time.Millisecond)}, nil
 		case saga.ActionBlocked:
 			// The Participant watch wakes the saga; Until is its deadline, if any.
 			log.V(1).Info("waiting for participant", "participant", d.Action.Call.Participant, "step", d.Action.Call.Step)
-			if !d.Action.Until.IsZero() {
-				return ctrl.Result{RequeueAfter: max(d.Action.Until.Sub(r.now()), time.Millisecond)}, nil
+			wait := time.Duration(0)
+			if d.Action.Blocker != nil {
+				// Secrets are not watched: look again after a while.
+				wait = blockedRecheck
 			}
-			return ctrl.Result{}, nil
+			if !d.Action.Until.IsZero() {
+				wait = min(cmp.Or(wait, time.Duration(math.MaxInt64)), max(d.Action.Until.Sub(r.now()), time.Millisecond))
+			}
+			return ctrl.Result{RequeueAfter: wait}, nil
 		case saga.ActionSuspended:
 			return ctrl.Result{}, nil
 		case saga.ActionDone:
@@ -220,22 +239,19 @@ func (r *OrderSagaReconciler) policies(ctx context.Context, obj *sagav1.OrderSag
 	return out, nil
 }
 
-// call makes one participant call. A nil result with a nil error means the
-// Participant is gone and the saga should decide again.
-func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c *saga.Call, p saga.StepPolicies) (*saga.Result, error) {
+// call makes one participant call. Without a result it returns why the
+// call could not be sent: a blocker (the token Secret is missing), or
+// nothing when the Participant is gone; the saga then decides again.
+func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c *saga.Call, p saga.StepPolicies) (*saga.Result, *saga.Blocker, error) {
 	log := logf.FromContext(ctx).WithValues("step", c.Step, "direction", c.Direction, "attempt", c.Attempt)
 	_, ep, err := participants.Resolve(ctx, secretsFrom(r.Client, r.APIReader), obj.Namespace, c.Participant)
 	switch {
 	case errors.Is(err, participants.ErrParticipantNotFound):
-		return nil, nil
+		return nil, nil, nil
 	case errors.Is(err, participants.ErrCredentialsNotFound):
-		// A missing token is a configuration error the participant would
-		// answer with 401; record it as a transient failure so the saga
-		// retries with backoff and the error is visible on the step.
-		return &saga.Result{Step: c.Step, Direction: c.Direction, Outcome: saga.OutcomeTransient,
-			Error: &sagav1.StepError{Code: sagav1.ReasonCredentialsNotFound, Message: err.Error()}}, nil
+		return nil, &saga.Blocker{Reason: sagav1.ReasonCredentialsNotFound, Message: err.Error()}, nil
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	}
 	// The step's timeout overrides the Participant's.
 	ep.Timeout = p.Forward.Timeout
@@ -262,7 +278,7 @@ func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c
 	if res.Outcome != saga.OutcomeOK && res.Error != nil {
 		log.V(1).Info("participant call failed", "outcome", res.Outcome, "code", res.Error.Code, "httpStatus", res.Error.HTTPStatus)
 	}
-	return &res, nil
+	return &res, nil, nil
 }
 
 // emit records an Event per transition and the metrics of saga endings.

@@ -75,8 +75,13 @@ func setConditions(st *sagav1.OrderSagaStatus, generation int64, now time.Time, 
 		set(sagav1.ReconcilingCondition, metav1.ConditionTrue, reason, msg)
 		set(sagav1.ReadyCondition, metav1.ConditionFalse, reason, msg)
 		if act.Kind == ActionBlocked && act.Call != nil {
-			set(sagav1.StalledCondition, metav1.ConditionTrue, sagav1.ReasonParticipantNotFound,
-				fmt.Sprintf("participant %q of step %q not found", act.Call.Participant, act.Call.Step))
+			reason := sagav1.ReasonParticipantNotFound
+			msg := fmt.Sprintf("participant %q of step %q not found", act.Call.Participant, act.Call.Step)
+			if act.Blocker != nil {
+				reason = act.Blocker.Reason
+				msg = fmt.Sprintf("participant %q of step %q cannot be called: %s", act.Call.Participant, act.Call.Step, act.Blocker.Message)
+			}
+			set(sagav1.StalledCondition, metav1.ConditionTrue, reason, msg)
 		} else {
 			remove(sagav1.StalledCondition)
 		}
@@ -99,6 +104,9 @@ func progressCondition(st *sagav1.OrderSagaStatus, act Action) (string, string) 
 	switch act.Kind {
 	case ActionBlocked:
 		if act.Call != nil {
+			if act.Blocker != nil {
+				return reason, fmt.Sprintf("waiting for participant %q to be callable before %s %q", act.Call.Participant, what, act.Call.Step)
+			}
 			return reason, fmt.Sprintf("waiting for participant %q to exist before %s %q", act.Call.Participant, what, act.Call.Step)
 		}
 	case ActionWait:

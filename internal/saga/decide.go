@@ -478,7 +478,7 @@ func (d *decider) pending() (Action, bool) {
 	}
 	call := d.call(0, sagav1.Forward, 1)
 	if !d.hasPolicy(0) {
-		return Action{Kind: ActionBlocked, Call: call}, true
+		return Action{Kind: ActionBlocked, Call: call, Blocker: d.blocker(0)}, true
 	}
 	d.st.Phase = sagav1.SagaRunning
 	d.st.StartTime = d.time()
@@ -519,7 +519,7 @@ func (d *decider) running() (Action, bool) {
 	if j := d.find(sagav1.StepPending); j >= 0 {
 		call := d.call(j, sagav1.Forward, 1)
 		if !d.hasPolicy(j) {
-			return Action{Kind: ActionBlocked, Call: call, Until: deadlineAt}, true
+			return Action{Kind: ActionBlocked, Call: call, Until: deadlineAt, Blocker: d.blocker(j)}, true
 		}
 		d.startForward(j)
 		return Action{Kind: ActionCall, Call: call}, true
@@ -578,7 +578,7 @@ func (d *decider) compensating() (Action, bool) {
 	}
 	call := d.call(j, sagav1.Compensate, 1)
 	if !d.hasPolicy(j) {
-		return Action{Kind: ActionBlocked, Call: call}, true
+		return Action{Kind: ActionBlocked, Call: call, Blocker: d.blocker(j)}, true
 	}
 	d.startCompensate(j)
 	return Action{Kind: ActionCall, Call: call}, true
@@ -603,7 +603,7 @@ func (d *decider) callOrWait(i int, dir sagav1.Direction, capAt time.Time) Actio
 	}
 	call := d.call(i, dir, attempt)
 	if !d.hasPolicy(i) {
-		return Action{Kind: ActionBlocked, Call: call, Until: capAt}
+		return Action{Kind: ActionBlocked, Call: call, Until: capAt, Blocker: d.blocker(i)}
 	}
 	return Action{Kind: ActionCall, Call: call}
 }
@@ -780,8 +780,19 @@ func (d *decider) call(i int, dir sagav1.Direction, attempt int32) *Call {
 }
 
 func (d *decider) hasPolicy(i int) bool {
+	if _, blocked := d.in.Unavailable[d.spec.Steps[i].Participant]; blocked {
+		return false
+	}
 	_, ok := d.in.Policies[d.spec.Steps[i].Name]
 	return ok
+}
+
+// blocker says why step i cannot be called: nil for a missing Participant.
+func (d *decider) blocker(i int) *Blocker {
+	if b, ok := d.in.Unavailable[d.spec.Steps[i].Participant]; ok {
+		return &b
+	}
+	return nil
 }
 
 // policy is step i's policy; a result for a step whose Participant vanished

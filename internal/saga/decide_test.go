@@ -933,6 +933,24 @@ func TestBlocked(t *testing.T) {
 		h.expectCall("a", sagav1.Forward, 1)
 		h.expectCondition(sagav1.StalledCondition, "", "")
 	})
+	t.Run("unavailable participant spends no attempt", func(t *testing.T) {
+		h := newHarness(t, newSpec(comp("a"), comp("b")))
+		h.decide(nil)
+		h.unavailable = map[string]Blocker{"p-b": {Reason: sagav1.ReasonCredentialsNotFound, Message: "secret shop/token not found"}}
+		h.answer(OutcomeOK)
+		h.expectKind(ActionBlocked)
+		if b := h.last.Action.Blocker; b == nil || b.Reason != sagav1.ReasonCredentialsNotFound {
+			t.Fatalf("blocker %+v", b)
+		}
+		if s := h.expectStep("b", sagav1.StepPending); s.Attempts != 0 {
+			t.Fatalf("attempts %d", s.Attempts)
+		}
+		h.expectCondition(sagav1.StalledCondition, metav1.ConditionTrue, sagav1.ReasonCredentialsNotFound)
+		h.unavailable = nil
+		h.decide(nil)
+		h.expectCall("b", sagav1.Forward, 1)
+		h.expectCondition(sagav1.StalledCondition, "", "")
+	})
 	t.Run("next step", func(t *testing.T) {
 		h := newHarness(t, newSpec(comp("a"), comp("b")))
 		delete(h.pol, "b")

@@ -59,6 +59,7 @@ type harness struct {
 	trans       []Transition
 	callsSeen   []Call
 	skipRecheck bool
+	unavailable map[string]Blocker
 }
 
 func newHarness(t *testing.T, spec *sagav1.OrderSagaSpec) *harness {
@@ -74,6 +75,7 @@ func (h *harness) input(r *Result) Input {
 		Now:            h.now,
 		Policies:       h.pol,
 		Deleting:       h.deleting,
+		Unavailable:    h.unavailable,
 		RetryRequested: h.retry,
 		Result:         r,
 		Jitter:         h.jitter,

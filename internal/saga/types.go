@@ -78,6 +78,11 @@ type Input struct {
 	// Policies by step name. A step missing here cannot be called (its
 	// Participant was not found): Decide returns ActionBlocked for it.
 	Policies map[string]StepPolicies
+	// Unavailable names Participants that exist but cannot be called now
+	// (for example their token Secret is missing), with the condition reason
+	// and message to report. A call to one of them is Blocked like a call
+	// to a missing Participant: no attempt is spent, since nothing was sent.
+	Unavailable map[string]Blocker
 	// Deleting is true when the object is being deleted with deletionPolicy Compensate.
 	Deleting bool
 	// RetryRequested is the value of the retry annotation, "" if none.
@@ -128,6 +133,15 @@ type Action struct {
 	// ActionBlocked, when the deadline will turn the saga around without the
 	// Participant (zero when there is none). Zero otherwise.
 	Until time.Time
+	// Blocker explains an ActionBlocked; nil means the Participant is missing.
+	Blocker *Blocker
+}
+
+// Blocker says why a Participant cannot be called.
+type Blocker struct {
+	// Reason is a condition reason from the API package.
+	Reason  string
+	Message string
 }
 
 // Transition is a change worth an Event: a step or the saga changed phase.
