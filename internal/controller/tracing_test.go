@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	sagav1 "github.com/sagaops/saga-operator/api/v1alpha1"
@@ -19,12 +20,13 @@ var _ = Describe("Tracing", func() {
 	It("sends each participant the W3C trace context of the call's span", func() {
 		rec := tracetest.NewSpanRecorder()
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-		prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
 		otel.SetTracerProvider(tp)
 		otel.SetTextMapPropagator(propagation.TraceContext{})
 		DeferCleanup(func() {
-			otel.SetTracerProvider(prevTP)
-			otel.SetTextMapPropagator(prevProp)
+			// Back to tracing off. (The globals cannot be restored to the
+			// delegating defaults once set.)
+			otel.SetTracerProvider(noop.NewTracerProvider())
+			otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
 		})
 
 		shard := "s-" + rand.String(8)
