@@ -44,6 +44,8 @@ func main() {
 		probeInterval                 time.Duration
 		otlpEndpoint                  string
 		otlpInsecure                  bool
+		checkQPS                      float64
+		checkWorkers                  int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP; 0 disables it.")
@@ -65,6 +67,9 @@ func main() {
 	flag.StringVar(&otlpEndpoint, "otlp-endpoint", "", "OTLP/gRPC endpoint (host:port) to export traces to; "+
 		"empty with OTEL_EXPORTER_OTLP_ENDPOINT unset turns tracing off. On, participants receive a W3C traceparent.")
 	flag.BoolVar(&otlpInsecure, "otlp-insecure", false, "Export traces without TLS.")
+	flag.Float64Var(&checkQPS, "consistency-qps", 20, "State queries and repair calls per second the consistency checker sends to participants, "+
+		"all sagas together (burst: the worker count); 0 means no limit.")
+	flag.IntVar(&checkWorkers, "consistency-workers", 4, "Ended sagas checked for consistency in parallel.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -126,6 +131,17 @@ func main() {
 		ProbeInterval: probeInterval,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "Participant")
+		os.Exit(1)
+	}
+	if err := (&controller.ConsistencyReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("saga-operator"),
+		Participants:            client,
+		Limiter:                 controller.NewConsistencyLimiter(checkQPS, checkWorkers),
+		MaxConcurrentReconciles: checkWorkers,
+	}).SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "unable to create controller", "controller", "consistency")
 		os.Exit(1)
 	}
 
