@@ -93,10 +93,20 @@ type testManager struct {
 	saga   *OrderSagaReconciler
 	stop   context.CancelFunc
 	done   chan struct{}
+
+	// check is the consistency checker; checkWrites counts its writes.
+	check       *ConsistencyReconciler
+	checkWrites *writeCounter
 }
 
 // startManager starts a manager that reconciles the sagas of one shard.
 func startManager(shard string, tune func(*OrderSagaReconciler)) *testManager {
+	GinkgoHelper()
+	return startManagerWith(shard, tune, nil)
+}
+
+// startManagerWith is startManager with the consistency checker tuned too.
+func startManagerWith(shard string, tune func(*OrderSagaReconciler), tuneCheck func(*ConsistencyReconciler)) *testManager {
 	GinkgoHelper()
 	sel := labels.SelectorFromSet(labels.Set{shardLabel: shard})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -134,6 +144,20 @@ func startManager(shard string, tune func(*OrderSagaReconciler)) *testManager {
 		Metrics:       tm.saga.Metrics,
 		ProbeInterval: time.Second,
 	}).SetupWithManager(mgr)).To(Succeed())
+	tm.checkWrites = newWriteCounter(mgr.GetClient())
+	tm.check = &ConsistencyReconciler{
+		Client:                  tm.checkWrites,
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("saga-operator"),
+		Participants:            pc,
+		Metrics:                 tm.saga.Metrics,
+		Limiter:                 NewConsistencyLimiter(100, 4),
+		MaxConcurrentReconciles: 4,
+	}
+	if tuneCheck != nil {
+		tuneCheck(tm.check)
+	}
+	Expect(tm.check.SetupWithManager(mgr)).To(Succeed())
 	ctx, stop := context.WithCancel(suiteCtx)
 	tm.stop = stop
 	go func() {
