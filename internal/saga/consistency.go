@@ -432,16 +432,21 @@ func RecordCheck(status *sagav1.OrderSagaStatus, generation int64, now time.Time
 	}
 	for _, x := range v.Violations {
 		if redriven[x.Step] {
-			warn(x, sagav1.ReasonRepairFailed, Truncate(x.String()+
-				" after the call was re-sent with its original idempotency key: a person must act", maxEventBytes))
+			warn(x, sagav1.ReasonRepairFailed, Truncate(fmt.Sprintf(
+				"step %q at participant %q: expected %s, still %s after its call was re-sent with the original idempotency key: a person must act",
+				x.Step, x.Participant, x.Expected, x.Actual), maxEventBytes))
 			continue
 		}
 		warn(x, x.Kind, Truncate(x.String(), maxEventBytes))
 	}
 	switch {
 	case len(v.Repaired) > 0:
-		ts = append(ts, Transition{Reason: sagav1.ReasonRepaired,
-			Message: Truncate(fmt.Sprintf("re-sent with the original idempotency key, the participant agrees again: %s", joinViolations(v.Repaired)), maxEventBytes)})
+		parts := make([]string, len(v.Repaired))
+		for i, x := range v.Repaired {
+			parts[i] = fmt.Sprintf("step %q at participant %q is %s again (it was %s)", x.Step, x.Participant, x.Expected, x.Actual)
+		}
+		ts = append(ts, Transition{Reason: sagav1.ReasonRepaired, Message: Truncate(
+			"repaired by re-sending the call with its original idempotency key: "+strings.Join(parts, "; "), maxEventBytes)})
 	case v.Status == metav1.ConditionTrue && len(prev) > 0:
 		ts = append(ts, Transition{Reason: sagav1.ReasonConsistent, Message: Truncate(v.Message, maxEventBytes)})
 	}

@@ -411,14 +411,22 @@ func TestRecordCheck(t *testing.T) {
 
 	// A redrive that repairs a: a Warning for the violation found, a Normal Repaired.
 	before := answer(gone, ok, ok)
-	expect(record(AfterRedrive(before, answer(ok, ok, ok))), "Warning StepNotApplied a", "Normal Repaired ")
+	ts = record(AfterRedrive(before, answer(ok, ok, ok)))
+	expect(ts, "Warning StepNotApplied a", "Normal Repaired ")
+	if want := `repaired by re-sending the call with its original idempotency key: step "a" at participant "p-a" is applied again (it was none)`; ts[1].Message != want {
+		t.Fatalf("message %q, want %q", ts[1].Message, want)
+	}
 	expectList()
 	if c := cond(st, sagav1.ConsistentCondition); c.Status != metav1.ConditionTrue || !strings.HasPrefix(c.Message, "repaired by re-sending") {
 		t.Fatalf("condition %+v", c)
 	}
 	// A redrive that does not help: RepairFailed, once.
 	before = answer(gone, ok, ok)
-	expect(record(AfterRedrive(before, answer(gone, ok, ok))), "Warning RepairFailed a")
+	ts = record(AfterRedrive(before, answer(gone, ok, ok)))
+	expect(ts, "Warning RepairFailed a")
+	if want := `step "a" at participant "p-a": expected applied, still none after its call was re-sent with the original idempotency key: a person must act`; ts[0].Message != want {
+		t.Fatalf("message %q, want %q", ts[0].Message, want)
+	}
 	if c := cond(st, sagav1.ConsistentCondition); c.Status != metav1.ConditionFalse || c.Reason != sagav1.ReasonRepairFailed {
 		t.Fatalf("condition %+v", c)
 	}
