@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,27 +104,35 @@ func setParticipantURL(ns, name, url string) {
 	Expect(k8sClient.Update(suiteCtx, p)).To(Succeed())
 }
 
-// kubectlDescribe runs the real kubectl describe on a saga, as a user
+var (
+	kubeconfigOnce sync.Once
+	kubeconfig     []byte
+)
+
+// kubectl runs the real kubectl against the test API server, as a user
 // would, and returns what it prints; "" when kubectl is not on PATH.
-func kubectlDescribe(o *sagav1.OrderSaga) string {
+func kubectl(args ...string) string {
 	GinkgoHelper()
-	kubectl, err := exec.LookPath("kubectl")
+	bin, err := exec.LookPath("kubectl")
 	if err != nil {
 		return ""
 	}
-	user, err := testEnv.AddUser(envtest.User{Name: "kubectl-" + rand.String(6), Groups: []string{"system:masters"}}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	data, err := user.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
-	kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, data, 0o600)).To(Succeed())
+	kubeconfigOnce.Do(func() {
+		user, err := testEnv.AddUser(envtest.User{Name: "kubectl-admin", Groups: []string{"system:masters"}}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		kubeconfig, err = user.KubeConfig()
+		Expect(err).NotTo(HaveOccurred())
+	})
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(path, kubeconfig, 0o600)).To(Succeed())
 	ctx, cancel := context.WithTimeout(suiteCtx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kubectl, "describe", "osaga", o.Name, "--namespace", o.Namespace)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	Expect(cmd.Run()).To(Succeed(), stderr.String())
+	GinkgoWriter.Printf("$ kubectl %s\n%s\n", strings.Join(args, " "), stdout.String())
 	return stdout.String()
 }
 
@@ -169,10 +178,12 @@ var _ = Describe("Consistency checker", func() {
 		Expect(testutil.ToFloat64(mgr.check.Metrics.Inconsistent)).To(Equal(1.0))
 		Expect(consistent(o)()).To(HaveField("Reason", sagav1.ReasonStepNotApplied))
 
-		if out := kubectlDescribe(o); out != "" {
-			GinkgoWriter.Printf("kubectl describe osaga %s:\n%s\n", o.Name, out)
+		By("what kubectl shows")
+		if out := kubectl("get", "osaga", o.Name, "--namespace", o.Namespace); out != "" {
+			Expect(out).To(MatchRegexp(`tampered\s+tampered\s+Succeeded\s+False`))
+			out = kubectl("describe", "osaga", o.Name, "--namespace", o.Namespace)
 			Expect(out).To(MatchRegexp(`Consistency Violations:\s+process-payment`))
-			Expect(out).To(ContainSubstring("StepNotApplied"))
+			Expect(out).To(MatchRegexp(`Warning\s+StepNotApplied\s+.*step "process-payment" at participant "payment": expected applied, found none`))
 		}
 
 		By("the participant agrees again: True and a Normal Event")
@@ -228,6 +239,10 @@ var _ = Describe("Consistency checker", func() {
 			return len(s.srv.Calls(participants.IdempotencyKey(uid, "reserve-inventory", participants.DirectionForward)))
 		}).WithTimeout(10 * time.Second).Should(BeNumerically(">=", n+2))
 		Expect(eventsWith(o, "Warning", sagav1.ReasonRepairFailed)()).To(once())
+		if out := kubectl("describe", "osaga", o.Name, "--namespace", o.Namespace); out != "" {
+			Expect(out).To(MatchRegexp(`Normal\s+Repaired\s+`))
+			Expect(out).To(MatchRegexp(`Warning\s+RepairFailed\s+`))
+		}
 		for _, k := range s.srv.Keys() {
 			if k != key {
 				Expect(s.srv.AppliedCount(k)).To(BeNumerically("<=", 1), k)
