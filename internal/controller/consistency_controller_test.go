@@ -296,6 +296,30 @@ var _ = Describe("Consistency checker", func() {
 		Eventually(consistent(o)).WithTimeout(15 * time.Second).Should(HaveField("Status", metav1.ConditionTrue))
 	})
 
+	It("checks once with interval 0, and again at once when spec.consistency changes", func() {
+		s := newShop(shard, nil)
+		o := s.saga("once", func(o *sagav1.OrderSaga) {
+			o.Spec.Consistency = &sagav1.ConsistencySpec{
+				CheckAfter: &metav1.Duration{Duration: time.Second},
+				Interval:   &metav1.Duration{},
+			}
+		})
+		Eventually(phaseOf(o)).WithTimeout(30 * time.Second).Should(Equal(sagav1.SagaSucceeded))
+		Eventually(consistent(o)).WithTimeout(10 * time.Second).Should(HaveField("Status", metav1.ConditionTrue))
+		n := s.stateQueries(o)
+		Expect(n).To(Equal(4))
+		s.srv.Tamper(string(o.UID), "send-confirmation", participants.StateCompensated)
+		Consistently(func() int { return s.stateQueries(o) }).WithTimeout(2 * time.Second).Should(Equal(n))
+
+		got := get(o)
+		patch := client.MergeFrom(got.DeepCopy())
+		got.Spec.Consistency.Interval = &metav1.Duration{Duration: time.Hour}
+		Expect(k8sClient.Patch(suiteCtx, got, patch)).To(Succeed())
+		Eventually(consistent(o)).WithTimeout(5 * time.Second).Should(HaveField("Reason", sagav1.ReasonStepNotApplied))
+		Expect(consistent(o)().ObservedGeneration).To(Equal(got.Generation))
+		Expect(s.stateQueries(o)).To(Equal(n + 4))
+	})
+
 	It("stops asking about a saga once it is deleted", func() {
 		s := newShop(shard, nil)
 		o := s.saga("deleted", checkedOften(sagav1.RepairNone))
