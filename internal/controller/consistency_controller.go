@@ -158,35 +158,46 @@ func (r *ConsistencyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if unreachable {
 		failures = st.failures + 1
 		retryAt = now.Add(r.backoff(obj, failures))
-	}
-	before := obj.Status.DeepCopy()
-	transitions := saga.RecordCheck(&obj.Status, obj.Generation, now, v)
-	if unreachable {
-		// The same verdict again: nothing to write until it changes.
-		after := obj.Status.DeepCopy()
-		after.LastConsistencyCheck = before.LastConsistencyCheck
-		if equality.Semantic.DeepEqual(before, after) {
+		if !changes(obj, v, now) {
+			// The same verdict again: nothing to write until it changes.
 			st.failures, st.retryAt = failures, retryAt
 			log.V(1).Info("participant still unreachable", "failures", failures, "retryAt", retryAt)
 			return ctrl.Result{RequeueAfter: retryAt.Sub(now)}, nil
 		}
 	}
-	if err := r.Status().Update(ctx, obj); err != nil {
-		if apierrors.IsNotFound(err) {
-			r.forget(key)
-			return ctrl.Result{}, nil
+	phase := obj.Status.Phase
+	fresh := saga.NewViolations(&obj.Status, v)
+	transitions := saga.RecordCheck(&obj.Status, obj.Generation, now, v)
+	err = r.Status().Update(ctx, obj)
+	if apierrors.IsConflict(err) {
+		// Someone wrote the saga meanwhile, typically the saga reconciler
+		// recording the new generation of the spec change that made this
+		// check due. The participants' answers are seconds old: record
+		// them on the live copy once rather than ask (and redrive) again.
+		obj = &sagav1.OrderSaga{}
+		if err = r.APIReader.Get(ctx, req.NamespacedName, obj); err == nil {
+			if obj.Status.Phase != phase || !obj.DeletionTimestamp.IsZero() {
+				return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+			}
+			fresh = saga.NewViolations(&obj.Status, v)
+			transitions = saga.RecordCheck(&obj.Status, obj.Generation, now, v)
+			err = r.Status().Update(ctx, obj)
 		}
-		if apierrors.IsConflict(err) {
-			// Someone wrote the saga meanwhile: check again on a fresh copy.
-			return ctrl.Result{RequeueAfter: time.Millisecond}, nil
-		}
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		r.forget(key)
+		return ctrl.Result{}, nil
+	case apierrors.IsConflict(err):
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+	case err != nil:
 		return ctrl.Result{}, err
 	}
 	st.checked, st.failures, st.retryAt = now, failures, retryAt
 	if len(transitions) > 0 {
 		log.Info("consistency changed", "consistent", v.Status, "reason", v.Reason, "violations", obj.Status.ConsistencyViolations)
 	}
-	r.emit(obj, v, transitions)
+	r.emit(obj, fresh, transitions)
 	r.Metrics.ObserveInconsistent(key, len(obj.Status.ConsistencyViolations) > 0)
 
 	next, ok := r.due(obj, st)
@@ -375,21 +386,26 @@ func participantsOf(calls []saga.Call) map[string]bool {
 }
 
 // emit records the check's Events and counts its new violations.
-func (r *ConsistencyReconciler) emit(obj *sagav1.OrderSaga, v saga.Verdict, ts []saga.Transition) {
-	kinds := map[string]saga.Violation{}
-	for _, x := range append(append([]saga.Violation(nil), v.Repaired...), v.Violations...) {
-		kinds[x.Step] = x
-	}
+func (r *ConsistencyReconciler) emit(obj *sagav1.OrderSaga, fresh []saga.Violation, ts []saga.Transition) {
 	for _, t := range ts {
 		typ := corev1.EventTypeNormal
 		if t.Warning {
 			typ = corev1.EventTypeWarning
 		}
 		r.Recorder.Eventf(obj, nil, typ, t.Reason, "ConsistencyCheck", "%s", t.Message)
-		if x, ok := kinds[t.Step]; ok && t.Warning {
-			r.Metrics.ConsistencyViolations.WithLabelValues(obj.Namespace, x.Participant, x.Step, x.Kind).Inc()
-		}
 	}
+	for _, x := range fresh {
+		r.Metrics.ConsistencyViolations.WithLabelValues(obj.Namespace, x.Participant, x.Step, x.Kind).Inc()
+	}
+}
+
+// changes reports whether recording v would change the saga's status
+// beyond lastConsistencyCheck.
+func changes(obj *sagav1.OrderSaga, v saga.Verdict, now time.Time) bool {
+	after := obj.Status.DeepCopy()
+	saga.RecordCheck(after, obj.Generation, now, v)
+	after.LastConsistencyCheck = obj.Status.LastConsistencyCheck
+	return !equality.Semantic.DeepEqual(&obj.Status, after)
 }
 
 // wait blocks until the shared limiter lets one request leave now.

@@ -354,6 +354,18 @@ func callList(cs []Call) string {
 	return strings.Join(parts, ", ")
 }
 
+// NewViolations returns the violations of v (repaired ones first) whose
+// step status does not list yet: the ones RecordCheck reports as new.
+func NewViolations(status *sagav1.OrderSagaStatus, v Verdict) []Violation {
+	var out []Violation
+	for _, x := range append(append([]Violation(nil), v.Repaired...), v.Violations...) {
+		if !slices.Contains(status.ConsistencyViolations, x.Step) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // RecordCheck writes a check's verdict into status: the Consistent
 // condition (observedGeneration set; lastTransitionTime now when its status
 // changes), lastConsistencyCheck (now) and consistencyViolations: the steps
@@ -364,14 +376,19 @@ func callList(cs []Call) string {
 //
 // It returns the transitions worth an Event: a Warning for each violation
 // (found or repaired) whose step was not listed before, with the
-// violation's kind as reason, or RepairFailed when the redrive did not
-// help; a Normal Repaired when a redrive made violations go away; a Normal
-// Consistent when the list empties on a True verdict without a repair.
-// A check that confirms what the status already says returns none.
+// violation's kind as reason; a Warning RepairFailed for a re-driven step
+// that still disagrees, when it is new or the condition was not already
+// RepairFailed; a Normal Repaired when a redrive made violations go away; a
+// Normal Consistent when the list empties on a True verdict without a
+// repair. A check that confirms what the status already says returns none.
 func RecordCheck(status *sagav1.OrderSagaStatus, generation int64, now time.Time, v Verdict) []Transition {
 	prev := map[string]bool{}
 	for _, s := range status.ConsistencyViolations {
 		prev[s] = true
+	}
+	prevReason := ""
+	if c := meta.FindStatusCondition(status.Conditions, sagav1.ConsistentCondition); c != nil {
+		prevReason = c.Reason
 	}
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
 		Type:               sagav1.ConsistentCondition,
@@ -432,9 +449,11 @@ func RecordCheck(status *sagav1.OrderSagaStatus, generation int64, now time.Time
 	}
 	for _, x := range v.Violations {
 		if redriven[x.Step] {
-			warn(x, sagav1.ReasonRepairFailed, Truncate(fmt.Sprintf(
-				"step %q at participant %q: expected %s, still %s after its call was re-sent with the original idempotency key: a person must act",
-				x.Step, x.Participant, x.Expected, x.Actual), maxEventBytes))
+			if !prev[x.Step] || prevReason != sagav1.ReasonRepairFailed {
+				ts = append(ts, Transition{Step: x.Step, Warning: true, Reason: sagav1.ReasonRepairFailed, Message: Truncate(fmt.Sprintf(
+					"step %q at participant %q: expected %s, still %s after its call was re-sent with the original idempotency key: a person must act",
+					x.Step, x.Participant, x.Expected, x.Actual), maxEventBytes)})
+			}
 			continue
 		}
 		warn(x, x.Kind, Truncate(x.String(), maxEventBytes))

@@ -434,6 +434,19 @@ func TestRecordCheck(t *testing.T) {
 	// Repaired at a later check.
 	expect(record(AfterRedrive(before, answer(ok, ok, ok))), "Normal Repaired ")
 	expectList()
+
+	// A violation reported without repair, then repair asked for and failing:
+	// the first failed repair is a transition worth a Warning.
+	expect(record(answer(ok, ok, gone)), "Warning StepNotApplied c")
+	before = answer(ok, ok, gone)
+	if got := NewViolations(st, before); len(got) != 0 {
+		t.Fatalf("new violations %+v", got)
+	}
+	expect(record(AfterRedrive(before, answer(ok, ok, gone))), "Warning RepairFailed c")
+	expect(record(AfterRedrive(before, answer(ok, ok, gone))))
+	if got := NewViolations(st, answer(gone, ok, gone)); len(got) != 1 || got[0].Step != "a" {
+		t.Fatalf("new violations %+v", got)
+	}
 }
 
 func TestRecordCheckKeepsStatusBounded(t *testing.T) {
