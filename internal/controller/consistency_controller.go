@@ -57,7 +57,8 @@ const (
 // sends to participants waits on one shared rate limiter.
 type ConsistencyReconciler struct {
 	client.Client
-	// APIReader reads Secrets (never cached) for participant tokens.
+	// APIReader reads from the API server directly: Secrets (never cached)
+	// for participant tokens, and the live saga when a status write conflicts.
 	APIReader    client.Reader
 	Recorder     events.EventRecorder
 	Participants *participants.Client
