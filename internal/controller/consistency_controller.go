@@ -215,17 +215,18 @@ func (r *ConsistencyReconciler) due(obj *sagav1.OrderSaga, st *checkState) (time
 		return st.retryAt, true
 	}
 	checkAfter, interval := consistencySettings(obj)
-	last := obj.Status.LastConsistencyCheck
-	if last == nil && st.checked.IsZero() {
-		end := obj.CreationTimestamp.Time
-		if obj.Status.CompletionTime != nil {
-			end = obj.Status.CompletionTime.Time
-		}
-		return end.Add(checkAfter), true
-	}
 	lastTime := st.checked
-	if last != nil && last.After(lastTime) {
+	if last := obj.Status.LastConsistencyCheck; last != nil && last.After(lastTime) {
 		lastTime = last.Time
+	}
+	end := obj.CreationTimestamp.Time
+	if obj.Status.CompletionTime != nil {
+		end = obj.Status.CompletionTime.Time
+	}
+	if lastTime.IsZero() || lastTime.Before(end) {
+		// Not checked since the saga ended (a Failed saga re-driven by the
+		// retry annotation ends again, later).
+		return end.Add(checkAfter), true
 	}
 	if c := meta.FindStatusCondition(obj.Status.Conditions, sagav1.ConsistentCondition); c != nil {
 		switch {
