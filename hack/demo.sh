@@ -174,11 +174,51 @@ kubectl get participants
 say "the shop's books (bin/shopctl ledger)"
 bin/shopctl ledger
 
+# The consistency checker: inventory loses order-1001's reservation together
+# with the record of its idempotency key, as after a restore from an old
+# backup. The next check finds the step no longer applied; repair: Redrive
+# re-sends the reservation with its original key, which repairs it.
+CONSISTENCY_TIMEOUT=60s
+say "consistency: the services agree with order-1001 (checked 5s after it ended)"
+if kubectl wait osaga/order-1001 --for=condition=Consistent=true --timeout="$CONSISTENCY_TIMEOUT" >/dev/null; then
+  kubectl get osaga order-1001
+  uid=$(kubectl get osaga order-1001 -o jsonpath='{.metadata.uid}')
+  say "inventory loses order-1001's reservation and its key record (bin/shopctl tamper)"
+  bin/shopctl tamper --url "http://127.0.0.1:${PARTICIPANT_PORTS[2]}" --saga-uid "$uid" \
+    --step reserve-inventory --op drop --forget-key
+  say "the checker notices within its 15s interval"
+  if kubectl wait osaga/order-1001 --for=condition=Consistent=false --timeout="$CONSISTENCY_TIMEOUT" >/dev/null; then
+    kubectl get osaga order-1001
+    echo
+    # kubectl describe, its conditions and Events.
+    kubectl describe osaga order-1001 | awk '/^  Conditions:/ || /^Events:/ {p=1} /^  History:/ {p=0} p'
+    say "kubectl patch osaga order-1001 -p '{\"spec\":{\"consistency\":{\"repair\":\"Redrive\"}}}'"
+    kubectl patch osaga order-1001 --type merge -p '{"spec":{"consistency":{"repair":"Redrive"}}}'
+    if kubectl wait osaga/order-1001 --for=condition=Consistent=true --timeout="$CONSISTENCY_TIMEOUT" >/dev/null; then
+      kubectl get osaga order-1001
+      echo
+      kubectl describe osaga order-1001 | sed -n '/^Events:/,$p' | grep -E 'Events:|Type|----|Consistent|StepNotApplied|Repaired|RepairFailed'
+    else
+      FAILED=1
+      echo "demo: order-1001 was not repaired within $CONSISTENCY_TIMEOUT; see kubectl describe osaga order-1001" >&2
+    fi
+  else
+    FAILED=1
+    echo "demo: the checker did not report the tampered step within $CONSISTENCY_TIMEOUT; see $DEMO_DIR/manager.log" >&2
+  fi
+else
+  FAILED=1
+  echo "demo: order-1001 was not checked Consistent within $CONSISTENCY_TIMEOUT; see $DEMO_DIR/manager.log" >&2
+fi
+
 cat <<EOF
 
 ==> the demo is running ($(elapsed) since make demo started)
 
-order-1001 succeeded: an order, a charge, a reservation and a confirmation.
+order-1001 succeeded: an order, a charge, a reservation and a confirmation;
+then inventory lost its reservation, the consistency checker reported it
+(Consistent=False, a Warning Event) and repair: Redrive put it back with the
+original idempotency key.
 order-1002-out-of-stock was created and paid, then inventory refused it: the
 charge was refunded and the order cancelled. order-1003-payment-declined was
 declined by payment: its order was cancelled, inventory never called.

@@ -5,6 +5,8 @@
 //	    prints each service's books (GET /admin/ledger) as tables
 //	shopctl wait [--timeout 60s] URL...
 //	    waits until every URL answers 200 (a /healthz or /readyz endpoint)
+//	shopctl tamper --url URL --saga-uid UID --step STEP [--op drop|void|forget-key] [--forget-key]
+//	    changes a service's state out of band (POST /admin/tamper)
 package main
 
 import (
@@ -35,6 +37,8 @@ func main() {
 		err = ledgerCmd(os.Args[2:])
 	case "wait":
 		err = waitCmd(os.Args[2:])
+	case "tamper":
+		err = tamperCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -53,7 +57,9 @@ func usage() {
   shopctl ledger [--json] [--orders URL] [--payment URL] [--inventory URL] [--notification URL]
       print each reference service's books (GET /admin/ledger)
   shopctl wait [--timeout 60s] URL...
-      wait until every URL answers 200`)
+      wait until every URL answers 200
+  shopctl tamper --url URL --saga-uid UID --step STEP [--op drop|void|forget-key] [--forget-key]
+      change a service's state out of band (POST /admin/tamper)`)
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
