@@ -54,7 +54,7 @@ var _ = Describe("OrderSaga throughput", Label("bench"), func() {
 				}
 			}
 			return done
-		}).WithTimeout(10 * time.Minute).WithPolling(200 * time.Millisecond).Should(Equal(n))
+		}).WithTimeout(10 * time.Minute).WithPolling(500 * time.Millisecond).Should(Equal(n))
 		elapsed := time.Since(start)
 		writes := 0
 		for i := range n {
