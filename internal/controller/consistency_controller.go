@@ -345,35 +345,16 @@ func (r *ConsistencyReconciler) redrive(ctx context.Context, obj *sagav1.OrderSa
 		case err != nil:
 			return err
 		}
+		pol := saga.DefaultPolicies()
 		for _, s := range obj.Spec.Steps {
 			if s.Name == c.Step {
-				pol := saga.Policies(p.Spec.Timeout, p.Spec.Retry, s)
-				ep.Timeout = pol.Forward.Timeout
-				if c.Direction == sagav1.Compensate {
-					ep.Timeout = pol.Compensate.Timeout
-				}
+				pol = saga.Policies(p.Spec.Timeout, p.Spec.Retry, s)
 			}
 		}
 		if err := r.wait(ctx); err != nil {
 			return err
 		}
-		callCtx, span := startCallSpan(ctx, obj, c)
-		start := time.Now()
-		res := r.Participants.Call(callCtx, ep, participants.CallRequest{
-			SagaNamespace: obj.Namespace,
-			SagaName:      obj.Name,
-			SagaUID:       string(obj.UID),
-			Step:          c.Step,
-			Action:        c.Action,
-			Direction:     c.Direction,
-			Attempt:       c.Attempt,
-			Order:         obj.Spec.Order,
-			Outputs:       c.Outputs,
-		})
-		endCallSpan(span, res)
-		labels := []string{c.Participant, c.Action, string(c.Direction), string(res.Outcome)}
-		r.Metrics.StepCalls.WithLabelValues(labels...).Inc()
-		r.Metrics.StepDuration.WithLabelValues(labels...).Observe(time.Since(start).Seconds())
+		res := send(ctx, r.Participants, r.Metrics, obj, ep, pol, c)
 		log.Info("re-sent call with its original idempotency key", "step", c.Step, "direction", c.Direction, "outcome", res.Outcome)
 	}
 	return nil

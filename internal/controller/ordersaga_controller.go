@@ -253,28 +253,7 @@ func (r *OrderSagaReconciler) call(ctx context.Context, obj *sagav1.OrderSaga, c
 	case err != nil:
 		return nil, nil, err
 	}
-	// The step's timeout overrides the Participant's.
-	ep.Timeout = p.Forward.Timeout
-	if c.Direction == sagav1.Compensate {
-		ep.Timeout = p.Compensate.Timeout
-	}
-	ctx, span := startCallSpan(ctx, obj, c)
-	start := time.Now()
-	res := r.Participants.Call(ctx, ep, participants.CallRequest{
-		SagaNamespace: obj.Namespace,
-		SagaName:      obj.Name,
-		SagaUID:       string(obj.UID),
-		Step:          c.Step,
-		Action:        c.Action,
-		Direction:     c.Direction,
-		Attempt:       c.Attempt,
-		Order:         obj.Spec.Order,
-		Outputs:       c.Outputs,
-	})
-	endCallSpan(span, res)
-	labels := []string{c.Participant, c.Action, string(c.Direction), string(res.Outcome)}
-	r.Metrics.StepCalls.WithLabelValues(labels...).Inc()
-	r.Metrics.StepDuration.WithLabelValues(labels...).Observe(time.Since(start).Seconds())
+	res := send(ctx, r.Participants, r.Metrics, obj, ep, p, c)
 	if res.Outcome != saga.OutcomeOK && res.Error != nil {
 		log.V(1).Info("participant call failed", "outcome", res.Outcome, "code", res.Error.Code, "httpStatus", res.Error.HTTPStatus)
 	}
