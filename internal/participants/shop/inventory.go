@@ -1,7 +1,6 @@
 package shop
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -224,22 +223,14 @@ func (inventoryDomain) tamper(c *call, op string) (string, error) {
 
 func (inventoryDomain) ledger(tx *bbolt.Tx) (any, error) {
 	l := &InventoryLedger{Stock: map[string]StockLevel{}, Reservations: []Reservation{}}
-	err := tx.Bucket(bucketStock).ForEach(func(k, v []byte) error {
-		var s StockLevel
-		if err := json.Unmarshal(v, &s); err != nil {
-			return err
-		}
+	err := eachJSON(tx.Bucket(bucketStock), func(k []byte, s StockLevel) error {
 		l.Stock[string(k)] = s
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = tx.Bucket(bucketReservations).ForEach(func(_, v []byte) error {
-		var r Reservation
-		if err := json.Unmarshal(v, &r); err != nil {
-			return err
-		}
+	err = eachJSON(tx.Bucket(bucketReservations), func(_ []byte, r Reservation) error {
 		l.Reservations = append(l.Reservations, r)
 		return nil
 	})

@@ -182,11 +182,7 @@ func (d *notificationDomain) ledger(tx *bbolt.Tx) (any, error) {
 		name []byte
 		into *[]Message
 	}{{bucketOutbox, &l.Pending}, {bucketDelivered, &l.Delivered}} {
-		err := tx.Bucket(x.name).ForEach(func(_, v []byte) error {
-			var m Message
-			if err := json.Unmarshal(v, &m); err != nil {
-				return err
-			}
+		err := eachJSON(tx.Bucket(x.name), func(_ []byte, m Message) error {
 			*x.into = append(*x.into, m)
 			return nil
 		})
@@ -342,11 +338,7 @@ func (d *dispatcher) dispatchDue(ctx context.Context) (time.Duration, error) {
 	wait := d.s.cfg.pollInterval
 	now = d.s.cfg.now()
 	err = d.s.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketOutbox).ForEach(func(_, v []byte) error {
-			var m Message
-			if err := json.Unmarshal(v, &m); err != nil {
-				return err
-			}
+		return eachJSON(tx.Bucket(bucketOutbox), func(_ []byte, m Message) error {
 			next := time.Duration(0)
 			if m.NextAttemptAt != nil {
 				next = m.NextAttemptAt.Sub(now)

@@ -1,7 +1,6 @@
 package shop
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -173,11 +172,7 @@ func (ordersDomain) tamper(c *call, op string) (string, error) {
 
 func (ordersDomain) ledger(tx *bbolt.Tx) (any, error) {
 	l := &OrdersLedger{Orders: []Order{}, ByStatus: map[string]int{}}
-	err := tx.Bucket(bucketOrders).ForEach(func(_, v []byte) error {
-		var o Order
-		if err := json.Unmarshal(v, &o); err != nil {
-			return err
-		}
+	err := eachJSON(tx.Bucket(bucketOrders), func(_ []byte, o Order) error {
 		l.Orders = append(l.Orders, o)
 		l.ByStatus[o.Status]++
 		return nil

@@ -1,7 +1,6 @@
 package shop
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -238,11 +237,7 @@ func (d paymentDomain) ledger(tx *bbolt.Tx) (any, error) {
 		LimitCents: max(d.limit, 0), Charges: []Charge{}, Refunds: []Refund{},
 		Totals: map[string]MoneyTotals{}, OutstandingByUser: map[string]map[string]int64{},
 	}
-	err := tx.Bucket(bucketCharges).ForEach(func(_, v []byte) error {
-		var ch Charge
-		if err := json.Unmarshal(v, &ch); err != nil {
-			return err
-		}
+	err := eachJSON(tx.Bucket(bucketCharges), func(_ []byte, ch Charge) error {
 		l.Charges = append(l.Charges, ch)
 		t := l.Totals[ch.Currency]
 		t.Charges++
@@ -261,23 +256,15 @@ func (d paymentDomain) ledger(tx *bbolt.Tx) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = tx.Bucket(bucketRefunds).ForEach(func(_, v []byte) error {
-		var rf Refund
-		if err := json.Unmarshal(v, &rf); err != nil {
-			return err
-		}
+	err = eachJSON(tx.Bucket(bucketRefunds), func(_ []byte, rf Refund) error {
 		l.Refunds = append(l.Refunds, rf)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = tx.Bucket(bucketOutstanding).ForEach(func(k, v []byte) error {
+	err = eachJSON(tx.Bucket(bucketOutstanding), func(k []byte, n int64) error {
 		user, currency, _ := strings.Cut(string(k), "\x00")
-		var n int64
-		if err := json.Unmarshal(v, &n); err != nil {
-			return err
-		}
 		if l.OutstandingByUser[user] == nil {
 			l.OutstandingByUser[user] = map[string]int64{}
 		}

@@ -712,6 +712,17 @@ func hasPrefix(b, prefix []byte) bool {
 	return len(b) >= len(prefix) && string(b[:len(prefix)]) == string(prefix)
 }
 
+// eachJSON calls fn with every key of b and its value decoded from JSON.
+func eachJSON[T any](b *bbolt.Bucket, fn func(k []byte, v T) error) error {
+	return b.ForEach(func(k, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return err
+		}
+		return fn(k, v)
+	})
+}
+
 func getJSON(b *bbolt.Bucket, k []byte, v any) (bool, error) {
 	raw := b.Get(k)
 	if raw == nil {
