@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -195,6 +196,11 @@ var _ = Describe("OrderSaga reconciler", func() {
 			}
 		}
 
+		m := mgr.saga.Metrics
+		Expect(testutil.ToFloat64(m.Completed.WithLabelValues(o.Namespace, "Succeeded"))).To(Equal(1.0))
+		Expect(testutil.ToFloat64(m.StepCalls.WithLabelValues("payment", "charge", "forward", "OK"))).To(Equal(1.0))
+		Expect(testutil.ToFloat64(m.Active.WithLabelValues(o.Namespace))).To(Equal(0.0))
+
 		steps := len(o.Spec.Steps)
 		writes := mgr.writes.Writes(o.Namespace, o.Name)
 		GinkgoWriter.Printf("API writes for a %d-step saga: %d\n", steps, writes)
@@ -292,6 +298,8 @@ var _ = Describe("OrderSaga reconciler", func() {
 				HaveField("Reason", sagav1.ReasonCompensationFailed),
 				HaveField("Note", ContainSubstring("process-payment")),
 			)))
+		Expect(testutil.ToFloat64(mgr.saga.Metrics.CompensationFailures.WithLabelValues(o.Namespace, "payment", "process-payment"))).
+			To(Equal(1.0))
 		// create-order was never compensated: the saga stopped at the refusal.
 		Expect(s.calls(o)).NotTo(ContainElement("cancel/compensate"))
 
