@@ -1,11 +1,9 @@
 package controller
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -102,11 +100,11 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if maxCalls <= 0 {
 		maxCalls = 16
 	}
+	policies, err := r.policies(ctx, obj)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	for calls := 0; ; {
-		policies, err := r.policies(ctx, obj)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
 		d := saga.Decide(saga.Input{
 			Spec:           &obj.Spec,
 			Status:         &obj.Status,
@@ -138,14 +136,10 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 				return ctrl.Result{RequeueAfter: time.Millisecond}, nil
 			}
 			calls++
-			if !deleting && !controllerutil.ContainsFinalizer(obj, sagav1.Finalizer) {
-				// The finalizer goes on before the first participant call.
-				patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
-				controllerutil.AddFinalizer(obj, sagav1.Finalizer)
-				if err := r.Patch(ctx, obj, patch); err != nil {
+			if !deleting {
+				if err := r.ensureFinalizer(ctx, obj); err != nil {
 					return requeueOnConflict(err)
 				}
-				r.written.Store(key, obj.ResourceVersion)
 			}
 			res, blocker, err := r.call(ctx, obj, d.Action.Call, policies[d.Action.Call.Step])
 			switch {
@@ -165,15 +159,7 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		case saga.ActionBlocked:
 			// The Participant watch wakes the saga; Until is its deadline, if any.
 			log.V(1).Info("waiting for participant", "participant", d.Action.Call.Participant, "step", d.Action.Call.Step)
-			wait := time.Duration(0)
-			if d.Action.Blocker != nil {
-				// Secrets are not watched: look again after a while.
-				wait = blockedRecheck
-			}
-			if !d.Action.Until.IsZero() {
-				wait = min(cmp.Or(wait, time.Duration(math.MaxInt64)), max(d.Action.Until.Sub(r.now()), time.Millisecond))
-			}
-			return ctrl.Result{RequeueAfter: wait}, nil
+			return ctrl.Result{RequeueAfter: r.blockedWait(d.Action)}, nil
 		case saga.ActionSuspended:
 			return ctrl.Result{}, nil
 		case saga.ActionDone:
@@ -183,6 +169,38 @@ func (r *OrderSagaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return r.expire(ctx, obj)
 		}
 	}
+}
+
+// ensureFinalizer adds the finalizer, which must be on before the first
+// participant call.
+func (r *OrderSagaReconciler) ensureFinalizer(ctx context.Context, obj *sagav1.OrderSaga) error {
+	if controllerutil.ContainsFinalizer(obj, sagav1.Finalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(obj, sagav1.Finalizer)
+	if err := r.Patch(ctx, obj, patch); err != nil {
+		return err
+	}
+	r.written.Store(client.ObjectKeyFromObject(obj).String(), obj.ResourceVersion)
+	return nil
+}
+
+// blockedWait is when a blocked saga looks again: never for a missing
+// Participant (its watch wakes the saga), after blockedRecheck for a missing
+// token Secret (Secrets are not watched), and no later than the deadline.
+func (r *OrderSagaReconciler) blockedWait(a saga.Action) time.Duration {
+	wait := time.Duration(0)
+	if a.Blocker != nil {
+		wait = blockedRecheck
+	}
+	if !a.Until.IsZero() {
+		untilDeadline := max(a.Until.Sub(r.now()), time.Millisecond)
+		if wait == 0 || untilDeadline < wait {
+			wait = untilDeadline
+		}
+	}
+	return wait
 }
 
 // get reads the saga from the cache, or from the API server when the cached
