@@ -67,7 +67,8 @@ type ParticipantStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// lastProbeTime is when /healthz was last asked.
+	// lastProbeTime is when a /healthz probe last changed this status (the
+	// probe runs on an interval; an unchanged answer is not written).
 	// +optional
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
 
