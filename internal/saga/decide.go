@@ -172,10 +172,8 @@ func (d *decider) forwardResult(i int, r *Result) {
 		if len(r.Outputs) > 0 {
 			ss.Outputs = maps.Clone(r.Outputs)
 		}
-		ss.CompletionTime = d.micro()
-		ss.NextAttemptTime = nil
 		ss.LastError = nil
-		d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepSucceeded), true, false, sagav1.ReasonSucceeded,
+		d.settle(i, sagav1.Forward, sagav1.StepSucceeded, false, sagav1.ReasonSucceeded,
 			fmt.Sprintf("step %q succeeded on attempt %d", ss.Name, ss.Attempts))
 
 	case OutcomeInvalidOutputs:
@@ -186,18 +184,10 @@ func (d *decider) forwardResult(i int, r *Result) {
 		d.forwardInvalidOutputs(i, why)
 
 	case OutcomeRejected:
-		ss.Phase = sagav1.StepFailed
 		ss.LastError = boundError(r.Error, string(OutcomeRejected))
-		ss.CompletionTime = d.micro()
-		ss.NextAttemptTime = nil
-		d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepFailed), true, true, sagav1.ReasonStepRejected,
+		d.settle(i, sagav1.Forward, sagav1.StepFailed, true, sagav1.ReasonStepRejected,
 			fmt.Sprintf("step %q rejected on attempt %d: %s", ss.Name, ss.Attempts, errorText(ss.LastError)))
-		if p := d.succeededPivot(); p >= 0 {
-			d.fail(i, sagav1.ReasonForwardRecoveryFailed, fmt.Sprintf(
-				"step %q was rejected after pivot step %q succeeded: the saga cannot roll back nor complete", ss.Name, d.st.Steps[p].Name))
-			return
-		}
-		d.startCompensation(sagav1.ReasonStepRejected, fmt.Sprintf("step %q was rejected", ss.Name))
+		d.rollBack(i, sagav1.ReasonStepRejected, "was rejected")
 
 	case OutcomeAccepted:
 		if !recovering && d.expired(ss.StartTime, pol) {
@@ -231,28 +221,44 @@ func (d *decider) forwardResult(i int, r *Result) {
 // this a forward-recovery failure.
 func (d *decider) forwardInvalidOutputs(i int, why string) {
 	ss := &d.st.Steps[i]
-	ss.Phase = sagav1.StepUnknown
 	ss.LastError = boundError(&sagav1.StepError{Code: sagav1.ReasonInvalidOutputs, Message: why}, sagav1.ReasonInvalidOutputs)
+	d.settle(i, sagav1.Forward, sagav1.StepUnknown, true, sagav1.ReasonInvalidOutputs,
+		fmt.Sprintf("step %q returned invalid outputs on attempt %d: %s", ss.Name, ss.Attempts, ss.LastError.Message))
+	d.rollBack(i, sagav1.ReasonInvalidOutputs, "returned invalid outputs")
+}
+
+// settle ends step i's call in dir with phase, and records the transition
+// (an Event; a Warning when warning is set).
+func (d *decider) settle(i int, dir sagav1.Direction, phase sagav1.StepPhase, warning bool, reason, msg string) {
+	ss := &d.st.Steps[i]
+	attempt := ss.Attempts
+	if dir == sagav1.Compensate {
+		attempt = ss.CompensationAttempts
+	}
+	ss.Phase = phase
 	ss.CompletionTime = d.micro()
 	ss.NextAttemptTime = nil
-	d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonInvalidOutputs,
-		fmt.Sprintf("step %q returned invalid outputs on attempt %d: %s", ss.Name, ss.Attempts, ss.LastError.Message))
+	d.record(ss.Name, dir, attempt, string(phase), true, warning, reason, msg)
+}
+
+// rollBack starts compensating the steps before step i, which failed going
+// forward; after a succeeded pivot there is no rolling back, and the saga
+// fails for a person (forward recovery failed).
+func (d *decider) rollBack(i int, reason, what string) {
+	name := d.st.Steps[i].Name
 	if p := d.succeededPivot(); p >= 0 {
 		d.fail(i, sagav1.ReasonForwardRecoveryFailed, fmt.Sprintf(
-			"step %q returned invalid outputs after pivot step %q succeeded: the saga cannot roll back nor complete", ss.Name, d.st.Steps[p].Name))
+			"step %q %s after pivot step %q succeeded: the saga cannot roll back nor complete", name, what, d.st.Steps[p].Name))
 		return
 	}
-	d.startCompensation(sagav1.ReasonInvalidOutputs, fmt.Sprintf("step %q returned invalid outputs", ss.Name))
+	d.startCompensation(reason, fmt.Sprintf("step %q %s", name, what))
 }
 
 // forwardUnknown: the step ran out of attempts or time without a definitive
 // answer; its effect may be in place, so it is compensated first.
 func (d *decider) forwardUnknown(i int, why string) {
 	ss := &d.st.Steps[i]
-	ss.Phase = sagav1.StepUnknown
-	ss.CompletionTime = d.micro()
-	ss.NextAttemptTime = nil
-	d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonStepUnknown,
+	d.settle(i, sagav1.Forward, sagav1.StepUnknown, true, sagav1.ReasonStepUnknown,
 		fmt.Sprintf("outcome of step %q is unknown: %s", ss.Name, why))
 	d.startCompensation(sagav1.ReasonStepUnknown, fmt.Sprintf("the outcome of step %q is unknown", ss.Name))
 }
@@ -264,11 +270,8 @@ func (d *decider) compensateResult(i int, r *Result) {
 	case OutcomeOK, OutcomeInvalidOutputs:
 		// A 200 to a compensating call means Compensated; its outputs are
 		// not used, so outputs over the limits do not matter.
-		ss.Phase = sagav1.StepCompensated
-		ss.CompletionTime = d.micro()
-		ss.NextAttemptTime = nil
 		ss.LastError = nil
-		d.record(ss.Name, sagav1.Compensate, ss.CompensationAttempts, string(sagav1.StepCompensated), true, false, sagav1.ReasonCompensated,
+		d.settle(i, sagav1.Compensate, sagav1.StepCompensated, false, sagav1.ReasonCompensated,
 			fmt.Sprintf("step %q compensated on attempt %d", ss.Name, ss.CompensationAttempts))
 
 	case OutcomeRejected:
@@ -296,11 +299,7 @@ func (d *decider) compensateResult(i int, r *Result) {
 }
 
 func (d *decider) compensationFailed(i int, msg string) {
-	ss := &d.st.Steps[i]
-	ss.Phase = sagav1.StepCompensationFailed
-	ss.CompletionTime = d.micro()
-	ss.NextAttemptTime = nil
-	d.record(ss.Name, sagav1.Compensate, ss.CompensationAttempts, string(sagav1.StepCompensationFailed), true, true, sagav1.ReasonCompensationFailed, msg)
+	d.settle(i, sagav1.Compensate, sagav1.StepCompensationFailed, true, sagav1.ReasonCompensationFailed, msg)
 	d.fail(i, sagav1.ReasonCompensationFailed, msg)
 }
 
@@ -639,10 +638,7 @@ func (d *decider) startCompensation(reason, cause string) {
 		case sagav1.StepPending:
 			ss.Phase = sagav1.StepSkipped
 		case sagav1.StepRunning:
-			ss.Phase = sagav1.StepUnknown
-			ss.CompletionTime = d.micro()
-			ss.NextAttemptTime = nil
-			d.record(ss.Name, sagav1.Forward, ss.Attempts, string(sagav1.StepUnknown), true, true, sagav1.ReasonStepUnknown,
+			d.settle(i, sagav1.Forward, sagav1.StepUnknown, true, sagav1.ReasonStepUnknown,
 				fmt.Sprintf("step %q was in flight (attempt %d) when %s: its outcome is unknown", ss.Name, ss.Attempts, cause))
 		}
 		if ss.Phase == sagav1.StepSucceeded || ss.Phase == sagav1.StepUnknown {
