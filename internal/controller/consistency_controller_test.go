@@ -19,7 +19,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -142,9 +141,8 @@ var _ = Describe("Consistency checker", func() {
 		mgr   *testManager
 	)
 	BeforeEach(func() {
-		shard = "s-" + rand.String(8)
-		mgr = startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		shard = newShard()
+		mgr = runManager(shard, nil)
 	})
 
 	It("flips Consistent to False when a participant loses a step's effect, with one Warning Event however many checks see it", func() {
@@ -348,7 +346,7 @@ var _ = Describe("Consistency checker under load", Label("load"), func() {
 			qps   = 50
 			burst = 4 // the worker count
 		)
-		shard := "s-" + rand.String(8)
+		shard := newShard()
 		s := newShop(shard, nil)
 
 		By("2000 sagas that ended an hour ago, created with their final status, and the participants' records of them")

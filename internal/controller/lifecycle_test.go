@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sagav1 "github.com/sagaops/saga-operator/api/v1alpha1"
@@ -24,9 +23,8 @@ func gone(o *sagav1.OrderSaga) func() bool {
 var _ = Describe("OrderSaga lifecycle", func() {
 	var shard string
 	BeforeEach(func() {
-		shard = "s-" + rand.String(8)
-		mgr := startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		shard = newShard()
+		runManager(shard, nil)
 	})
 
 	It("deletes an ended saga after ttlSecondsAfterFinished", func() {

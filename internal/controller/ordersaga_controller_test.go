@@ -11,7 +11,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	sagav1 "github.com/sagaops/saga-operator/api/v1alpha1"
@@ -157,9 +156,8 @@ var _ = Describe("OrderSaga reconciler", func() {
 		mgr   *testManager
 	)
 	BeforeEach(func() {
-		shard = "s-" + rand.String(8)
-		mgr = startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		shard = newShard()
+		mgr = runManager(shard, nil)
 	})
 
 	It("runs every step in order, passes outputs along and ends Succeeded within steps+3 writes", func() {
@@ -379,7 +377,7 @@ var _ = Describe("OrderSaga reconciler", func() {
 
 var _ = Describe("OrderSaga reconciler across a crash", func() {
 	It("finishes every saga after the manager stops mid-call, applying each key once", func() {
-		shard := "s-" + rand.String(8)
+		shard := newShard()
 		s := newShop(shard, nil)
 		s.srv.SetBehavior("charge", participanttest.Behavior{Latency: 2 * time.Second, Outputs: func(r participants.ActionRequest) map[string]string {
 			return map[string]string{"paymentId": "pay-" + r.SagaUID[:8]}
@@ -395,8 +393,7 @@ var _ = Describe("OrderSaga reconciler across a crash", func() {
 		s.srv.SetBehavior("charge", participanttest.Behavior{Outputs: func(r participants.ActionRequest) map[string]string {
 			return map[string]string{"paymentId": "pay-" + r.SagaUID[:8]}
 		}})
-		second := startManager(shard, nil)
-		DeferCleanup(func() { second.Stop() })
+		runManager(shard, nil) // a new manager, from what the status says
 		Eventually(phaseOf(o)).WithTimeout(30 * time.Second).Should(Equal(sagav1.SagaSucceeded))
 
 		for _, key := range s.srv.Keys() {
@@ -411,7 +408,7 @@ var _ = Describe("OrderSaga reconciler across a crash", func() {
 var _ = Describe("OrderSaga reconciler under load", Label("load"), func() {
 	It("ends 500 sagas with transient faults and lost replies, and every ledger agrees", func() {
 		const n = 500
-		shard := "s-" + rand.String(8)
+		shard := newShard()
 		s := newShop(shard, nil)
 		s.srv.SetSeed(42)
 		out := func(k string) func(participants.ActionRequest) map[string]string {
@@ -428,8 +425,7 @@ var _ = Describe("OrderSaga reconciler under load", Label("load"), func() {
 				}
 				return nil
 			}})
-		mgr := startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		runManager(shard, nil)
 
 		start := time.Now()
 		sagas := make([]*sagav1.OrderSaga, n)

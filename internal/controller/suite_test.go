@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -165,6 +166,17 @@ func startManagerWith(shard string, tune func(*OrderSagaReconciler), tuneCheck f
 		defer close(tm.done)
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
+	return tm
+}
+
+// newShard names a fresh shard: the sagas and Participants of one spec.
+func newShard() string { return "s-" + rand.String(8) }
+
+// runManager starts a manager for the shard and stops it when the spec ends.
+func runManager(shard string, tune func(*OrderSagaReconciler)) *testManager {
+	GinkgoHelper()
+	tm := startManager(shard, tune)
+	DeferCleanup(tm.Stop)
 	return tm
 }
 

@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"k8s.io/apimachinery/pkg/util/rand"
 
 	sagav1 "github.com/sagaops/saga-operator/api/v1alpha1"
 )
@@ -22,10 +21,9 @@ var _ = Describe("OrderSaga throughput", Label("bench"), func() {
 			Skip("benchmark: run with `make bench`")
 		}
 		n := 1000
-		shard := "s-" + rand.String(8)
+		shard := newShard()
 		s := newShop(shard, nil)
-		mgr := startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		mgr := runManager(shard, nil)
 
 		start := time.Now()
 		var wg sync.WaitGroup

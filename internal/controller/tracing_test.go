@@ -11,7 +11,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace/noop"
-	"k8s.io/apimachinery/pkg/util/rand"
 
 	sagav1 "github.com/sagaops/saga-operator/api/v1alpha1"
 )
@@ -29,9 +28,8 @@ var _ = Describe("Tracing", func() {
 			otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
 		})
 
-		shard := "s-" + rand.String(8)
-		mgr := startManager(shard, nil)
-		DeferCleanup(func() { mgr.Stop() })
+		shard := newShard()
+		runManager(shard, nil)
 		s := newShop(shard, nil)
 		o := s.saga("traced", nil)
 		Eventually(phaseOf(o)).WithTimeout(30 * time.Second).Should(Equal(sagav1.SagaSucceeded))
