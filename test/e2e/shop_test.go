@@ -249,26 +249,11 @@ func expectBooksAgree(sagas []saga, seed map[string]int64, b books) {
 		Expect(byUID).To(HaveKey(uid), "%s belongs to no saga of this namespace", what)
 	}
 
-	orders := map[string][]shop.Order{}
-	for _, o := range b.orders.Orders {
-		owner(o.SagaUID, "order "+o.OrderID)
-		orders[o.SagaUID] = append(orders[o.SagaUID], o)
-	}
-	charges := map[string][]shop.Charge{}
-	for _, c := range b.payment.Charges {
-		owner(c.SagaUID, "charge "+c.PaymentID)
-		charges[c.SagaUID] = append(charges[c.SagaUID], c)
-	}
-	refunds := map[string][]shop.Refund{}
-	for _, r := range b.payment.Refunds {
-		owner(r.SagaUID, "refund "+r.RefundID)
-		refunds[r.SagaUID] = append(refunds[r.SagaUID], r)
-	}
-	reservations := map[string][]shop.Reservation{}
-	for _, r := range b.inventory.Reservations {
-		owner(r.SagaUID, "reservation "+r.ReservationID)
-		reservations[r.SagaUID] = append(reservations[r.SagaUID], r)
-	}
+	orders := bySaga(b.orders.Orders, func(o shop.Order) (string, string) { return o.SagaUID, "order " + o.OrderID }, owner)
+	charges := bySaga(b.payment.Charges, func(c shop.Charge) (string, string) { return c.SagaUID, "charge " + c.PaymentID }, owner)
+	refunds := bySaga(b.payment.Refunds, func(r shop.Refund) (string, string) { return r.SagaUID, "refund " + r.RefundID }, owner)
+	reservations := bySaga(b.inventory.Reservations,
+		func(r shop.Reservation) (string, string) { return r.SagaUID, "reservation " + r.ReservationID }, owner)
 	confirmations, cancellations := map[string]int{}, map[string]int{}
 	for _, m := range append(append([]shop.Message{}, b.notification.Delivered...), b.notification.Pending...) {
 		owner(m.SagaUID, "message "+m.MessageID)
@@ -374,4 +359,16 @@ func expectBooksAgree(sagas []saga, seed map[string]int64, b books) {
 			Expect(st.Reserved).To(BeZero(), "reserved %s, a SKU never stocked", sku)
 		}
 	}
+}
+
+// bySaga groups ledger records by the UID of their saga; owner checks that
+// each record belongs to a saga of the namespace.
+func bySaga[T any](records []T, id func(T) (uid, what string), owner func(uid, what string)) map[string][]T {
+	out := map[string][]T{}
+	for _, r := range records {
+		uid, what := id(r)
+		owner(uid, what)
+		out[uid] = append(out[uid], r)
+	}
+	return out
 }
