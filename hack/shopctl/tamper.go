@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -33,25 +31,8 @@ func tamperCmd(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*url, "/")+"/admin/tamper", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST /admin/tamper: %s: %s", resp.Status, strings.TrimSpace(string(out)))
-	}
 	var r shop.TamperResponse
-	if err := json.Unmarshal(out, &r); err != nil {
+	if err := do(ctx, http.MethodPost, strings.TrimRight(*url, "/")+"/admin/tamper", body, &r); err != nil {
 		return err
 	}
 	fmt.Printf("step %s of saga %s is now %q (%s)", r.Step, r.SagaUID, r.State, r.Detail)
